@@ -32,9 +32,10 @@ from app.models.runtime import RuntimeBase
 from app.models.webhook import WebhookBase
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHARED = PROJECT_ROOT.parent / "shared"
-GITEA_FIXTURES = SHARED / "fixtures" / "gitea"
-ORKET_MODEL_TREE = SHARED / "orket-model"
+# Copies of ../shared/fixtures/gitea and ../shared/orket-model, kept byte for byte:
+# the deliveries are signed over their exact bytes.
+GITEA_FIXTURES = PROJECT_ROOT / "tests" / "fixtures" / "gitea"
+ORKET_MODEL_TREE = PROJECT_ROOT / "tests" / "fixtures" / "orket-model"
 API_KEY = "test-api-key-0123456789"
 WEBHOOK_SECRET = "fixture-secret"
 PG_URL = os.environ.get("ORKET_TEST_DATABASE_URL", "").strip()
