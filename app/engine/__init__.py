@@ -1,0 +1,1 @@
+"""The Orket engine: assets, cards, state machine, orchestration; no Flask here."""
