@@ -12,7 +12,7 @@ ALLOWED_HEADERS = "Content-Type, Authorization, X-API-Key"
 
 def origin_allowed(settings: Settings, req: Request) -> bool:
     origin = req.headers.get("Origin")
-    return bool(origin) and origin.rstrip("/") in settings.allowed_origins
+    return origin is not None and origin.rstrip("/") in settings.allowed_origins
 
 
 def is_preflight(req: Request) -> bool:

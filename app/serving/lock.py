@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from app.config import Settings
@@ -26,8 +27,8 @@ class ApiProcessLock:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._fd: int | None = None
-        self._engine = None
-        self._connection = None
+        self._engine: Engine | None = None
+        self._connection: Connection | None = None
 
     def acquire(self) -> None:
         url = self.settings.runtime_db_url
@@ -50,11 +51,11 @@ class ApiProcessLock:
 
     def _acquire_pg(self, url: str) -> None:
         self._engine = create_engine(url, poolclass=NullPool)
-        self._connection = self._engine.connect()
-        got = self._connection.execute(
+        connection = self._connection = self._engine.connect()
+        got = connection.execute(
             text("SELECT pg_try_advisory_lock(:key)"), {"key": PG_LOCK_KEY}
         ).scalar()
-        self._connection.commit()
+        connection.commit()
         if not got:
             self.release()
             raise LockHeld(
