@@ -168,19 +168,40 @@ def test_every_file_of_the_real_tree_loads_or_is_reported(real_store):
     checked = {Path(item.path) for item in report.files}
     assert set(real_category_files()) <= checked
     assert REAL_CONFIG / "organization.json" in checked
-    failed = {Path(item.path).stem for item in report.errors}
-    assert failed == BROKEN_REAL_DIALECTS
+    assert report.errors == []
     assert all("unexpected" not in (item.error or "") for item in report.files)
-    assert not report.ok
+    repaired = {
+        Path(item.path).stem
+        for item in report.files
+        if any("unescaped quotes" in w.message for w in item.warnings)
+    }
+    assert repaired == BROKEN_REAL_DIALECTS
+    assert report.ok
 
 
-def test_real_dialects_with_raw_line_breaks_and_bare_quotes_are_invalid(real_store):
+def test_real_dialects_with_a_raw_json_example_are_read_with_a_warning(real_store):
+    llama3 = real_store.load_dialect("llama3")
+
+    assert llama3.model_family == "llama3"
+    assert llama3.dsl_format.startswith('{\n  "tool": "write_file",\n  "args": {')
+    assert llama3.dsl_format.endswith("\n}")
+    assert len(llama3.constraints) == 4
+    assert any("unescaped quotes" in w.message for w in llama3.warnings)
+
+
+def test_json_that_no_reading_repairs_is_invalid(tmp_path):
+    config = tmp_path / "config"
+    (config / "dialects").mkdir(parents=True)
+    raw = '{"model_family": "x",\n  "dsl_format": "{\n  "a": 1,\n  broken\n'
+    (config / "dialects" / "llama3.json").write_text(raw, encoding="utf-8")
+    store = store_for(tmp_path, config, tmp_path / "model")
+
     with pytest.raises(AssetError) as caught:
-        real_store.load_dialect("llama3")
+        store.load_dialect("llama3")
 
     message = caught.value.message
-    assert message.startswith("Asset llama3 is invalid: invalid JSON at line 4")
-    assert "raw control characters inside strings from line 3" in message
+    assert message.startswith("Asset llama3 is invalid: invalid JSON at line")
+    assert "raw control characters inside strings from line 2" in message
 
 
 def test_raw_line_breaks_inside_strings_are_read_with_a_warning(tmp_path):
@@ -206,12 +227,21 @@ def test_well_formed_real_dialect_loads_without_warnings(real_store):
     assert qwen.warnings == ()
 
 
-def test_model_without_a_usable_dialect_gets_packaged_generic(real_store):
-    dialect = real_store.dialect_for_model("llama3.1:8b")
+def test_model_without_a_usable_dialect_gets_packaged_generic(tmp_path):
+    config = tmp_path / "config"
+    (config / "dialects").mkdir(parents=True)
+    (config / "dialects" / "llama3.json").write_text("{not json", encoding="utf-8")
+    store = store_for(tmp_path, config, tmp_path / "model")
+
+    dialect = store.dialect_for_model("llama3.1:8b")
 
     assert dialect.origin.tier == "packaged"
     assert dialect.name == "generic"
     assert "Asset llama3 is invalid" in dialect.warnings[-1].message
+
+
+def test_real_tree_dialects_are_used_for_their_models(real_store):
+    assert real_store.dialect_for_model("llama3.1:8b").origin.tier == "core"
     assert real_store.dialect_for_model("qwen2.5-coder:7b").origin.tier == "core"
 
 
@@ -609,12 +639,17 @@ def test_invalid_assets_of_other_categories(tmp_path, category, content, problem
     assert problem in report.errors[0].error
 
 
-def test_check_lines_put_errors_first_and_end_with_a_summary(real_store):
-    lines = real_store.check().lines()
+def test_check_lines_put_errors_first_and_end_with_a_summary(tmp_path):
+    config = tmp_path / "config"
+    shutil.copytree(REAL_CONFIG, config)
+    (config / "dialects").mkdir()
+    (config / "dialects" / "phi.json").write_text("{", encoding="utf-8")
+
+    lines = store_for(tmp_path, config, REAL_MODEL).check().lines()
 
     assert lines[0].startswith("ERROR ")
     assert lines[-1].endswith("notes")
-    assert "3 errors" in lines[-1]
+    assert "1 errors" in lines[-1]
 
 
 def test_missing_asset_is_not_found_rather_than_invalid(empty_store):

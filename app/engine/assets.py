@@ -488,6 +488,13 @@ def _read_json_leniently(
     try:
         data = json.loads(text, strict=False)
     except json.JSONDecodeError as exc:
+        repaired = _repair_multiline_strings(text.split("\n"), depth=3, budget=[500])
+        if repaired is not None:
+            context.warn(
+                "multi-line JSON strings with unescaped quotes (an embedded JSON "
+                "example written as raw text); read them as plain text"
+            )
+            return repaired
         problem = f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         if strict_error.msg.startswith("Invalid control character"):
             problem += (
@@ -497,6 +504,59 @@ def _read_json_leniently(
         context.fail(problem)
     context.warn("raw control characters (line breaks, tabs) inside JSON strings")
     return data
+
+
+_OPENING_VALUE = re.compile(r'^(\s*"[^"\\]+"\s*:\s*)"(.*)$')
+_CLOSING_LINE = re.compile(r'^(.*)"(\s*,?)\s*$')
+_MAX_STRING_LINES = 200
+
+
+def _closes_on_its_line(rest: str) -> bool:
+    try:
+        json.loads('"' + rest.rstrip().removesuffix(",").rstrip(), strict=False)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _repair_multiline_strings(
+    lines: list[str], depth: int, budget: list[int]
+) -> Any | None:
+    """Read `"key": "<raw text over several lines>"` values as plain strings.
+
+    Some Orket dialect files hold a JSON example pasted as raw text inside a string
+    (line breaks and unescaped quotes). For the first value that opens a string and
+    does not close it on its line, try each later line ending in `"` or `",` as its
+    end, keep the first reading under which the whole file parses, and repeat for the
+    next such value (at most `depth` values, at most `budget[0]` parse attempts in
+    all). None when no reading parses.
+    """
+    for start, line in enumerate(lines):
+        opening = _OPENING_VALUE.match(line)
+        if opening is None or _closes_on_its_line(opening.group(2)):
+            continue
+        last = min(len(lines), start + _MAX_STRING_LINES)
+        for end in range(start + 1, last):
+            closing = _CLOSING_LINE.match(lines[end])
+            if closing is None:
+                continue
+            value = "\n".join(
+                [opening.group(2), *lines[start + 1 : end], closing.group(1)]
+            )
+            joined = opening.group(1) + json.dumps(value) + closing.group(2)
+            candidate = [*lines[:start], joined, *lines[end + 1 :]]
+            budget[0] -= 1
+            if budget[0] < 0:
+                return None
+            try:
+                return json.loads("\n".join(candidate), strict=False)
+            except json.JSONDecodeError:
+                if depth > 1:
+                    nested = _repair_multiline_strings(candidate, depth - 1, budget)
+                    if nested is not None:
+                        return nested
+        return None
+    return None
 
 
 class _Fields:
