@@ -198,7 +198,7 @@ def _run_child(
             "ORKET_WORKSPACE": str(Path(workspace).resolve()),
         }
         child = subprocess.Popen(
-            [sys.executable, "-I", str(CHILD_PROGRAM)],
+            [sys.executable, "-I", "-B", str(CHILD_PROGRAM)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
