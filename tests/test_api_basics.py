@@ -17,7 +17,9 @@ def test_health_reports_the_runtime_database(client) -> None:
     }
 
 
-def test_health_is_503_when_the_database_is_unreachable(settings_factory, tmp_path: Path) -> None:
+def test_health_is_503_when_the_database_is_unreachable(
+    settings_factory, tmp_path: Path
+) -> None:
     from app import create_app
 
     # A directory is not a database file: every connection fails.
@@ -26,7 +28,10 @@ def test_health_is_503_when_the_database_is_unreachable(settings_factory, tmp_pa
     response = broken.test_client().get("/health")
 
     assert response.status_code == 503
-    assert response.get_json() == {"status": "unavailable", "checks": {"runtime_db": "error"}}
+    assert response.get_json() == {
+        "status": "unavailable",
+        "checks": {"runtime_db": "error"},
+    }
 
 
 def test_webhook_health_and_root(webhook_client) -> None:
@@ -36,7 +41,11 @@ def test_webhook_health_and_root(webhook_client) -> None:
     assert health.status_code == 200
     assert health.get_json() == {
         "status": "healthy",
-        "checks": {"webhook_db": "ok", "runtime_db": "ok", "gitea_credentials": "missing"},
+        "checks": {
+            "webhook_db": "ok",
+            "runtime_db": "ok",
+            "gitea_credentials": "missing",
+        },
     }
     assert root.get_json()["service"] == "Orket Webhook Server"
     assert root.get_json()["status"] == "running"
@@ -47,7 +56,9 @@ def test_webhook_health_is_503_when_a_database_is_unreachable(
 ) -> None:
     from app import create_webhook_app
 
-    broken = create_webhook_app(settings_factory(webhook_db_url_raw=f"sqlite:///{tmp_path}"))
+    broken = create_webhook_app(
+        settings_factory(webhook_db_url_raw=f"sqlite:///{tmp_path}")
+    )
 
     response = broken.test_client().get("/health")
 
@@ -87,7 +98,12 @@ def test_previous_key_is_accepted_during_rotation(settings_factory) -> None:
 
     rotated = create_app(settings_factory(api_key="new-key", api_key_previous=API_KEY))
 
-    assert rotated.test_client().get("/v1/version", headers={"X-API-Key": API_KEY}).status_code == 200
+    assert (
+        rotated.test_client()
+        .get("/v1/version", headers={"X-API-Key": API_KEY})
+        .status_code
+        == 200
+    )
 
 
 def test_unknown_route_is_json_404(client, auth_headers) -> None:
@@ -122,9 +138,12 @@ def test_unhandled_error_is_json_500_without_traceback(app, settings) -> None:
 
 
 def _add_v1_post_route(flask_app) -> None:
-    """A POST route inside the /v1 blueprint (endpoint prefix `v1.`), for these tests."""
+    """A POST route inside the /v1 blueprint (endpoint prefix `v1.`)."""
     flask_app.add_url_rule(
-        "/v1/test-echo", endpoint="v1.test_echo", view_func=lambda: {"ok": True}, methods=["POST"]
+        "/v1/test-echo",
+        endpoint="v1.test_echo",
+        view_func=lambda: {"ok": True},
+        methods=["POST"],
     )
 
 
@@ -151,7 +170,9 @@ def test_allowed_origin_gets_cors_headers(client, auth_headers) -> None:
 
 
 def test_other_origin_gets_no_cors_headers_but_vary(client, auth_headers) -> None:
-    response = client.get("/v1/version", headers={**auth_headers, "Origin": "https://evil.test"})
+    response = client.get(
+        "/v1/version", headers={**auth_headers, "Origin": "https://evil.test"}
+    )
 
     assert "Access-Control-Allow-Origin" not in response.headers
     assert "Origin" in response.headers["Vary"]
@@ -182,12 +203,16 @@ def test_keyless_dev_mode_refuses_foreign_hosts_and_origins(settings_factory) ->
     dev = dev_app.test_client()
 
     assert dev.get("/v1/version", headers={"Host": "127.0.0.1:8082"}).status_code == 200
-    assert dev.get("/v1/version", headers={"Host": "orket.example.com"}).status_code == 403
+    assert (
+        dev.get("/v1/version", headers={"Host": "orket.example.com"}).status_code == 403
+    )
     foreign_post = dev.post(
-        "/v1/test-echo", headers={"Host": "localhost:8082", "Origin": "https://evil.test"}
+        "/v1/test-echo",
+        headers={"Host": "localhost:8082", "Origin": "https://evil.test"},
     )
     local_post = dev.post(
-        "/v1/test-echo", headers={"Host": "localhost:8082", "Origin": "http://localhost:5173"}
+        "/v1/test-echo",
+        headers={"Host": "localhost:8082", "Origin": "http://localhost:5173"},
     )
     assert foreign_post.status_code == 403
     assert local_post.status_code == 200

@@ -30,7 +30,9 @@ def key_matches(settings: Settings, key: str) -> bool:
     return matched
 
 
-def require_api_key(settings: Settings, request: Request, *, allow_query: bool = False) -> None:
+def require_api_key(
+    settings: Settings, request: Request, *, allow_query: bool = False
+) -> None:
     """Raise 401/403 unless the request carries a valid key (or dev mode allows it)."""
     if not settings.api_keys:
         _require_dev_request(settings, request)
@@ -43,11 +45,15 @@ def require_api_key(settings: Settings, request: Request, *, allow_query: bool =
 
 
 def _require_dev_request(settings: Settings, request: Request) -> None:
-    """Keyless development: only loopback `Host`s, and POSTs only from allowed origins."""
+    """Keyless development: loopback `Host`s only; POSTs only from allowed origins."""
     if not is_loopback_host(_host_name(request.host)):
         raise ApiError(403, "Forbidden")
     origin = request.headers.get("Origin")
-    if request.method == "POST" and origin and origin.rstrip("/") not in settings.allowed_origins:
+    if (
+        request.method == "POST"
+        and origin
+        and origin.rstrip("/") not in settings.allowed_origins
+    ):
         raise ApiError(403, "Forbidden")
 
 

@@ -39,11 +39,15 @@ class ApiError(Exception):
     ) -> None:
         super().__init__(detail)
         self.status = status
-        self.detail = detail if detail is not None else DEFAULT_DETAILS.get(status, "Error")
+        self.detail = (
+            detail if detail is not None else DEFAULT_DETAILS.get(status, "Error")
+        )
         self.headers = headers or {}
 
 
-def json_error(status: int, detail: Any = None, headers: dict[str, str] | None = None) -> Response:
+def json_error(
+    status: int, detail: Any = None, headers: dict[str, str] | None = None
+) -> Response:
     body = detail if detail is not None else DEFAULT_DETAILS.get(status, "Error")
     response = jsonify({"detail": body})
     response.status_code = status

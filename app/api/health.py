@@ -33,7 +33,9 @@ def webhook_health_check() -> tuple[Response, int]:
         "webhook_db": _check(services.webhook_db.ping(HEALTH_TIMEOUT_SEC)),
         "runtime_db": _check(services.runtime_db.ping(HEALTH_TIMEOUT_SEC)),
         "gitea_credentials": (
-            "configured" if services.settings.gitea_credentials_configured else "missing"
+            "configured"
+            if services.settings.gitea_credentials_configured
+            else "missing"
         ),
     }
     if "error" in (checks["webhook_db"], checks["runtime_db"]):
@@ -44,5 +46,9 @@ def webhook_health_check() -> tuple[Response, int]:
 @webhook_health.get("/")
 def webhook_root() -> Response:
     return jsonify(
-        {"service": "Orket Webhook Server", "status": "running", "version": package_version()}
+        {
+            "service": "Orket Webhook Server",
+            "status": "running",
+            "version": package_version(),
+        }
     )

@@ -16,7 +16,9 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 def _errors(exc: ValidationError, where: str) -> list[dict[str, Any]]:
     return [
         {"loc": [where, *error["loc"]], "msg": error["msg"], "type": error["type"]}
-        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+        for error in exc.errors(
+            include_url=False, include_context=False, include_input=False
+        )
     ]
 
 
@@ -24,7 +26,9 @@ def parse_body(model: type[ModelT]) -> ModelT:
     """The JSON body validated by `model`; 422 with `loc ["body", ...]` otherwise."""
     raw = request.get_data(cache=True)
     if not raw.strip():
-        raise ApiError(422, [{"loc": ["body"], "msg": "Field required", "type": "missing"}])
+        raise ApiError(
+            422, [{"loc": ["body"], "msg": "Field required", "type": "missing"}]
+        )
     try:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -38,7 +42,7 @@ def parse_body(model: type[ModelT]) -> ModelT:
 
 
 def parse_query(model: type[ModelT]) -> ModelT:
-    """The query string validated by `model`; 422 with `loc ["query", ...]` otherwise."""
+    """The query string validated by `model`; else 422 with `loc ["query", ...]`."""
     values = {key: request.args.get(key) for key in request.args}
     try:
         return model.model_validate(values)
