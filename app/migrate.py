@@ -45,7 +45,7 @@ def alembic_config(environment: str, url: str | None = None) -> Config:
 
 @contextlib.contextmanager
 def connectable_for(config: Config, environment: str) -> Iterator[Connection]:
-    """The connection Alembic's env.py migrates: a shared one, or one made from the URL."""
+    """The connection env.py migrates: a shared one, or one made from the URL."""
     shared = config.attributes.get("connection")
     if shared is not None:
         yield shared

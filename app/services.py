@@ -41,7 +41,7 @@ class Services:
         self.stoppers.append(stopper)
 
     def on_shutdown(self, hook: Callable[[], None]) -> None:
-        """Register a quick signal (stop claiming, close sockets) run first on SIGTERM."""
+        """Register a quick step (stop claiming, close sockets) run first on SIGTERM."""
         self.shutdown_hooks.append(hook)
 
     def begin_shutdown(self) -> None:

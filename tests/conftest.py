@@ -65,8 +65,13 @@ class _PgScratch:
     def __init__(self, base_url: str) -> None:
         self.base = make_url(base_url)
         suffix = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        self.names = {"runtime": f"orket_test_rt_{suffix}", "webhook": f"orket_test_wh_{suffix}"}
-        admin = create_engine(self.base, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        self.names = {
+            "runtime": f"orket_test_rt_{suffix}",
+            "webhook": f"orket_test_wh_{suffix}",
+        }
+        admin = create_engine(
+            self.base, poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as connection:
             for name in self.names.values():
                 connection.execute(text(f'CREATE DATABASE "{name}"'))
@@ -79,7 +84,10 @@ class _PgScratch:
             upgrade(env, url)
 
     def empty(self) -> None:
-        for env, metadata in (("runtime", RuntimeBase.metadata), ("webhook", WebhookBase.metadata)):
+        for env, metadata in (
+            ("runtime", RuntimeBase.metadata),
+            ("webhook", WebhookBase.metadata),
+        ):
             engine = create_engine(self.urls[env], poolclass=NullPool)
             tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
             with engine.begin() as connection:
@@ -87,10 +95,14 @@ class _PgScratch:
             engine.dispose()
 
     def drop(self) -> None:
-        admin = create_engine(self.base, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        admin = create_engine(
+            self.base, poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as connection:
             for name in self.names.values():
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                connection.execute(
+                    text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                )
         admin.dispose()
 
 
@@ -131,7 +143,9 @@ def database_urls(
 
 
 @pytest.fixture
-def settings_factory(tmp_path: Path, database_urls: dict[str, str]) -> Callable[..., Settings]:
+def settings_factory(
+    tmp_path: Path, database_urls: dict[str, str]
+) -> Callable[..., Settings]:
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": tmp_path / "data",
@@ -303,7 +317,9 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     servers: list[LiveServer] = []
 
     def start(process: str, settings: Settings, **kwargs: Any) -> LiveServer:
-        server = LiveServer(process, settings, tmp_path / f"{process}-{len(servers)}.log")
+        server = LiveServer(
+            process, settings, tmp_path / f"{process}-{len(servers)}.log"
+        )
         servers.append(server)
         return server.start(**kwargs)
 

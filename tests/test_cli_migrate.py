@@ -6,10 +6,22 @@ from pathlib import Path
 from tests.conftest import PROJECT_ROOT
 
 
-def _flask(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ORKET_", "GITEA_"))}
+def _flask(
+    args: list[str], cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("ORKET_", "GITEA_"))
+    }
     return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", str(PROJECT_ROOT / "wsgi.py"), "orket", *args],
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            str(PROJECT_ROOT / "wsgi.py"),
+            "orket",
+            *args,
+        ],
         cwd=cwd,
         env={**base, **env, "PYTHONPATH": str(PROJECT_ROOT)},
         capture_output=True,
@@ -18,7 +30,9 @@ def _flask(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
     )
 
 
-def test_migrate_creates_both_databases_at_head_and_check_passes(tmp_path: Path) -> None:
+def test_migrate_creates_both_databases_at_head_and_check_passes(
+    tmp_path: Path,
+) -> None:
     env = {"ORKET_DATA_DIR": str(tmp_path / "ws")}
 
     first = _flask(["migrate"], tmp_path, env)
@@ -33,7 +47,9 @@ def test_migrate_creates_both_databases_at_head_and_check_passes(tmp_path: Path)
 
 
 def test_migrate_check_fails_on_a_fresh_database(tmp_path: Path) -> None:
-    result = _flask(["migrate", "--check"], tmp_path, {"ORKET_DATA_DIR": str(tmp_path / "ws")})
+    result = _flask(
+        ["migrate", "--check"], tmp_path, {"ORKET_DATA_DIR": str(tmp_path / "ws")}
+    )
 
     assert result.returncode == 1
     assert "behind" in result.stdout
@@ -56,7 +72,9 @@ def test_migrate_on_unversioned_tables_is_a_clear_failure(tmp_path: Path) -> Non
     import sqlite3
 
     legacy = tmp_path / "legacy.db"
-    sqlite3.connect(legacy).execute("CREATE TABLE sessions (id TEXT)").connection.commit()
+    sqlite3.connect(legacy).execute(
+        "CREATE TABLE sessions (id TEXT)"
+    ).connection.commit()
 
     result = _flask(["migrate", "--runtime-db", str(legacy)], tmp_path, {})
 

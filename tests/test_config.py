@@ -2,10 +2,17 @@ from pathlib import Path
 
 import pytest
 
-from app.config import SettingsError, database_url_from_cli, is_loopback_host, load_settings
+from app.config import (
+    SettingsError,
+    database_url_from_cli,
+    is_loopback_host,
+    load_settings,
+)
 
 
-def test_real_environment_beats_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_environment_beats_dotenv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / ".env").write_text("ORKET_PORT=9001\nORKET_HOST=10.1.2.3\n")
     monkeypatch.setenv("ORKET_PORT", "9002")
 
@@ -63,12 +70,17 @@ def test_booleans_accept_the_documented_spellings(
     assert load_settings().dev_no_auth is True
 
 
-def test_defaults_follow_the_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_follow_the_data_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ORKET_DATA_DIR", str(tmp_path / "d"))
 
     settings = load_settings()
 
-    assert settings.runtime_db_url == f"sqlite:///{tmp_path / 'd' / 'orket_persistence.db'}"
+    assert (
+        settings.runtime_db_url
+        == f"sqlite:///{tmp_path / 'd' / 'orket_persistence.db'}"
+    )
     assert settings.webhook_db_url == f"sqlite:///{tmp_path / 'd' / 'webhook.db'}"
     assert settings.api_threads == settings.ws_max_clients + 32
     assert settings.gitea_bot_login == "Orket"
@@ -82,13 +94,24 @@ def test_blank_secret_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cli_database_values(tmp_path: Path) -> None:
     assert database_url_from_cli("postgresql://x/y") == "postgresql://x/y"
-    assert database_url_from_cli(str(tmp_path / "a.db")) == f"sqlite:///{tmp_path / 'a.db'}"
+    assert (
+        database_url_from_cli(str(tmp_path / "a.db"))
+        == f"sqlite:///{tmp_path / 'a.db'}"
+    )
 
 
 @pytest.mark.parametrize(
     ("host", "loopback"),
-    [("127.0.0.1", True), ("127.9.9.9", True), ("::1", True), ("[::1]", True),
-     ("localhost", True), ("0.0.0.0", False), ("10.0.0.1", False), ("example.com", False)],
+    [
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("10.0.0.1", False),
+        ("example.com", False),
+    ],
 )
 def test_loopback_hosts(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback

@@ -39,11 +39,15 @@ def _tables(url: str) -> set[str]:
 
 @pytest.mark.parametrize("environment", ["runtime", "webhook"])
 def test_each_environment_has_a_single_head(environment: str) -> None:
-    assert len(ScriptDirectory.from_config(alembic_config(environment)).get_heads()) == 1
+    assert (
+        len(ScriptDirectory.from_config(alembic_config(environment)).get_heads()) == 1
+    )
 
 
 @pytest.mark.parametrize("environment", ["runtime", "webhook"])
-def test_upgrade_downgrade_upgrade_and_models_match(database_urls, environment: str) -> None:
+def test_upgrade_downgrade_upgrade_and_models_match(
+    database_urls, environment: str
+) -> None:
     url = database_urls[environment]
 
     downgrade(environment, url)

@@ -18,7 +18,9 @@ def test_api_refuses_to_start_without_a_key(settings_factory) -> None:
 
 def test_keyless_development_needs_a_loopback_bind(settings_factory) -> None:
     with pytest.raises(StartupError, match="loopback"):
-        precheck(settings_factory(api_key=None, dev_no_auth=True, host="0.0.0.0"), "api")
+        precheck(
+            settings_factory(api_key=None, dev_no_auth=True, host="0.0.0.0"), "api"
+        )
 
     precheck(settings_factory(api_key=None, dev_no_auth=True, host="127.0.0.1"), "api")
 
@@ -47,7 +49,9 @@ def test_database_behind_head_is_refused_naming_make_migrate(settings) -> None:
         upgrade("webhook", settings.webhook_db_url)
 
 
-def test_unusable_data_directory_is_one_clear_line(settings_factory, tmp_path: Path) -> None:
+def test_unusable_data_directory_is_one_clear_line(
+    settings_factory, tmp_path: Path
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
 
@@ -78,7 +82,9 @@ def test_packaged_fixtures_are_copied_but_never_overwritten(settings) -> None:
 
 
 def _gunicorn(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ORKET_", "GITEA_"))}
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("ORKET_", "GITEA_"))
+    }
     return subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", f"python:app.serving.{module}"],
         cwd=PROJECT_ROOT,

@@ -13,13 +13,21 @@ from app.services import current_services
 @orket.command("migrate")
 @click.option("--runtime-db", help="Runtime database: a file path (SQLite) or a URL.")
 @click.option("--webhook-db", help="Webhook database: a file path (SQLite) or a URL.")
-@click.option("--check", is_flag=True, help="Only check; exit 1 when a database is behind.")
-def migrate_command(runtime_db: str | None, webhook_db: str | None, check: bool) -> None:
+@click.option(
+    "--check", is_flag=True, help="Only check; exit 1 when a database is behind."
+)
+def migrate_command(
+    runtime_db: str | None, webhook_db: str | None, check: bool
+) -> None:
     """Upgrade the runtime and webhook databases to the newest revision."""
     settings = current_services().settings
     targets = {
-        "runtime": database_url_from_cli(runtime_db) if runtime_db else settings.runtime_db_url,
-        "webhook": database_url_from_cli(webhook_db) if webhook_db else settings.webhook_db_url,
+        "runtime": database_url_from_cli(runtime_db)
+        if runtime_db
+        else settings.runtime_db_url,
+        "webhook": database_url_from_cli(webhook_db)
+        if webhook_db
+        else settings.webhook_db_url,
     }
     behind = False
     for environment, url in targets.items():

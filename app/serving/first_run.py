@@ -58,9 +58,13 @@ def print_instructions(path: Path, environ: dict[str, str] | None = None) -> Non
     hook_host = values.get("ORKET_WEBHOOK_HOST") or "127.0.0.1"
     hook_port = values.get("ORKET_WEBHOOK_PORT") or "8080"
     print("Orket is starting. Try the API with:")
-    print(f'  curl -H "X-API-Key: {values.get("ORKET_API_KEY", "<key>")}" '
-          f"http://{host}:{port}/v1/version")
-    print("Gitea webhook settings (repository > Settings > Webhooks > Add webhook > Gitea):")
+    print(
+        f'  curl -H "X-API-Key: {values.get("ORKET_API_KEY", "<key>")}" '
+        f"http://{host}:{port}/v1/version"
+    )
+    print(
+        "Gitea webhook (repository > Settings > Webhooks > Add webhook > Gitea):"
+    )
     print(f"  Target URL:   http://{hook_host}:{hook_port}/webhook/gitea")
     print("  HTTP method:  POST    Content type: application/json")
     print(f"  Secret:       the GITEA_WEBHOOK_SECRET value in {path}")

@@ -1,4 +1,5 @@
-"""gunicorn configuration of the API process: `gunicorn -c python:app.serving.gunicorn_api`.
+"""gunicorn configuration of the API process:
+`gunicorn -c python:app.serving.gunicorn_api`.
 
 One gthread worker: the job runner and the WebSocket hub live in it. Threads and
 worker connections sit above the WebSocket cap so sockets never starve the JSON API.
