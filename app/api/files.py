@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -22,6 +21,7 @@ from app.api.blueprint import v1
 from app.api.errors import ApiError
 from app.api.openapi import route
 from app.api.validation import parse_body, parse_query
+from app.fileio import atomic_write
 from app.services import current_services
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -29,7 +29,6 @@ DATABASE_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal", ".sqlite", ".sq
 HIDDEN_NAMES = frozenset({"__pycache__", "node_modules"})
 READ_ONLY_TOP_DIRS = frozenset({"verification", "sandboxes", "run"})
 LOG_FILE = re.compile(r".*\.log(\.\d+)?$", re.IGNORECASE)
-NEW_FILE_MODE = 0o644
 
 
 @dataclass(frozen=True)
@@ -185,26 +184,6 @@ def read_file() -> Response:
 # Save ---------------------------------------------------------------------------------
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = NEW_FILE_MODE
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 @route(
     v1,
     "/system/save",
@@ -227,7 +206,7 @@ def save_file() -> Response:
     if target.path.is_dir():
         raise ApiError(400, "Not a file")
     try:
-        write_atomically(target.path, data)
+        atomic_write(target.path, data, durable=True)
     except PermissionError:
         raise ApiError(403, "Access denied") from None
     except (NotADirectoryError, FileExistsError):  # a parent is a file

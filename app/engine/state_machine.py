@@ -12,18 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-STATUSES = (
-    "ready",
-    "in_progress",
-    "blocked",
-    "waiting_for_developer",
-    "ready_for_testing",
-    "code_review",
-    "done",
-    "canceled",
-    "archived",
-)
-WAIT_REASONS = ("resource", "dependency", "review", "input", "system")
+from app.models.runtime import CARD_STATUSES, WAIT_REASONS
+
+STATUSES = CARD_STATUSES
 WAITING_STATUSES = frozenset({"blocked", "waiting_for_developer"})
 TERMINAL_STATUSES = frozenset({"done", "canceled", "archived"})
 REVIEW_PENDING_STATUSES = frozenset({"code_review", "ready_for_testing"})

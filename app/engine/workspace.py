@@ -8,10 +8,10 @@ lock, so readers and concurrent writers never see a torn file.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from pathlib import Path, PurePosixPath
+
+from app.fileio import atomic_write as write_file_atomically
 
 _path_locks: dict[Path, threading.Lock] = {}
 _path_locks_guard = threading.Lock()
@@ -56,16 +56,6 @@ def _lock_for(path: Path) -> threading.Lock:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename, parents created."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `data` atomically, one writer per path at a time."""
     with _lock_for(path):
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-        )
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_file_atomically(path, data)
