@@ -71,11 +71,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.api import register_api
     from app.api.cors import install_cors
     from app.cli import register_cli
+    from app.ws import register_ws
 
     settings = settings or load_settings()
     app = _base_app(settings, "api", API_MAX_BODY)
     install_cors(app, settings)
     register_api(app)
+    register_ws(app)
     register_cli(app)
     return app
 
@@ -84,9 +86,11 @@ def create_webhook_app(settings: Settings | None = None) -> Flask:
     """The webhook process: `/`, `/health`, `/webhook/gitea`, `/webhook/test`."""
     from app.api.health import webhook_health
     from app.cli import register_cli
+    from app.webhook.routes import register_webhook
 
     settings = settings or load_settings()
     app = _base_app(settings, "webhook", WEBHOOK_MAX_BODY)
     app.register_blueprint(webhook_health)
+    register_webhook(app)
     register_cli(app)
     return app

@@ -10,7 +10,13 @@ orket = AppGroup("orket", help="Orket runtime commands.")
 
 def register_cli(app: Flask) -> None:
     # Command modules attach themselves to the `orket` group on import.
-    from app.cli import migrate  # noqa: F401
+    from app.cli import (  # noqa: F401
+        engine,
+        housekeeping,
+        migrate,
+        smoke,
+        webhook,
+    )
 
     if "orket" not in app.cli.commands:
         app.cli.add_command(orket)

@@ -18,8 +18,8 @@ from flask import Flask
 
 from app.config import Settings, SettingsError, load_settings
 from app.migrate import MigrationError, require_head
-from app.serving.lock import ApiProcessLock, LockHeld
 from app.services import Services, package_version
+from app.serving.lock import ApiProcessLock, LockHeld
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def check_api_security(settings: Settings) -> None:
         return
     if not settings.dev_no_auth:
         raise StartupError(
-            "ORKET_API_KEY is not set; refusing to start the API "
-            "(set it, or ORKET_DEV_NO_AUTH=1 with a loopback ORKET_HOST for development)"
+            "ORKET_API_KEY is not set; refusing to start the API (set it, or "
+            "ORKET_DEV_NO_AUTH=1 with a loopback ORKET_HOST for development)"
         )
     if not settings.host_is_loopback:
         raise StartupError(
@@ -62,7 +62,9 @@ def check_api_security(settings: Settings) -> None:
 
 def check_webhook_security(settings: Settings) -> None:
     if not settings.webhook_secret:
-        raise StartupError("GITEA_WEBHOOK_SECRET is not set; refusing to start the webhook")
+        raise StartupError(
+            "GITEA_WEBHOOK_SECRET is not set; refusing to start the webhook"
+        )
     if settings.enable_webhook_test_endpoint and not settings.webhook_test_token:
         raise StartupError(
             "ORKET_ENABLE_WEBHOOK_TEST_ENDPOINT=true requires ORKET_WEBHOOK_TEST_TOKEN"
@@ -118,7 +120,7 @@ def precheck_or_exit(settings: Settings, process: str) -> None:
 
 
 def copy_packaged_fixtures(settings: Settings) -> list[str]:
-    """Copy packaged fixtures into `<data>/verification/` where absent; never overwrite."""
+    """Copy packaged fixtures into `<data>/verification/` where absent, never over."""
     copied = []
     for source in sorted(PACKAGED_FIXTURES.rglob("*")):
         if not source.is_file() or "__pycache__" in source.parts:
@@ -158,15 +160,56 @@ def start_serving(app: Flask) -> None:
         "server_started",
         {"process": services.process, "version": package_version(), "bind": bind},
     )
-    log.info("%s process serving on %s (host %s)", services.process, bind, socket.gethostname())
+    log.info(
+        "%s process serving on %s (host %s)",
+        services.process,
+        bind,
+        socket.gethostname(),
+    )
 
 
 def _start_api_workers(app: Flask, services: Services) -> None:
-    """Job runner, event tail and housekeeper of the API process."""
+    """Event tail, restart sweep, job runner and housekeeper of the API process.
+
+    The sweep (JOB-5) runs before the dispatcher claims anything: this process's
+    worker id may equal the dead one's (same host name and pid in a container).
+    Stop steps run in reverse: housekeeper, job runner (PROC-4 wait), tail.
+    """
+    from app.housekeeping import Housekeeper
+    from app.jobs import JobRunner, sweep_interrupted
+    from app.stream import EventTail
+    from app.ws import event_hub
+
+    hub = event_hub(services)
+    tail = EventTail(services.settings, services.runtime_db, hub)
+    services.events.add_listener(tail.wake)
+    tail.start()
+    services.on_shutdown(hub.close_all)
+    services.on_stop(tail.stop)
+
+    sweep_interrupted(services.runtime_db, services.events)
+    runner = JobRunner(services)
+    services.extras["job_runner"] = runner
+    runner.start()
+    services.on_shutdown(runner.begin_shutdown)
+    services.on_stop(runner.stop)
+
+    housekeeper = Housekeeper(services, running_jobs=runner.active_job_ids)
+    housekeeper.start()
+    services.on_stop(housekeeper.stop)
 
 
 def _start_webhook_workers(app: Flask, services: Services) -> None:
     """The outbox worker of the webhook process."""
+    from app.webhook.outbox import OutboxWorker
+
+    worker = OutboxWorker(
+        services.settings, services.webhook_db, services.runtime_db, services.events
+    )
+    worker.start()
+    services.extras["outbox_worker"] = worker
+    services.on_shutdown(worker.request_stop)
+    services.on_stop(worker.stop)
 
 
 def stop_serving(app: Flask) -> None:
