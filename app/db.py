@@ -12,10 +12,10 @@ import concurrent.futures
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result, make_url
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -152,3 +152,8 @@ def _begin_sqlite_transaction(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         connection.exec_driver_sql("BEGIN")
+
+
+def changed_rows(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE touched (its `Result` is a `CursorResult`)."""
+    return cast(CursorResult[Any], result).rowcount

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import insert, update
 
-from app.db import Database
+from app.db import Database, changed_rows
 from app.events import EventLog
 from app.models.base import dump_json, isoformat, utcnow
 from app.models.runtime import Session as RunRow
@@ -87,11 +87,13 @@ def write_snapshot(
         "captured_at": utcnow(),
     }
     with db.transaction() as session:
-        updated = session.execute(
-            update(SessionSnapshot)
-            .where(SessionSnapshot.session_id == run_id)
-            .values(**values)
-        ).rowcount
+        updated = changed_rows(
+            session.execute(
+                update(SessionSnapshot)
+                .where(SessionSnapshot.session_id == run_id)
+                .values(**values)
+            )
+        )
         if not updated:
             session.execute(insert(SessionSnapshot).values(session_id=run_id, **values))
 

@@ -20,7 +20,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
-from app.db import Database
+from app.db import Database, changed_rows
 from app.engine.assets import (
     AssetError,
     AssetNotFoundError,
@@ -329,10 +329,9 @@ class Engine:
                 wait(futures)
                 for future in futures:
                     # run_attempt handles its own failures; this is a last resort.
-                    if future.exception() is not None:
-                        self.events.emit_error(
-                            "attempt", future.exception(), run_id=state.run_id
-                        )
+                    error = future.exception()
+                    if error is not None:
+                        self.events.emit_error("attempt", error, run_id=state.run_id)
         if state.halt_requested():
             return True
         if plan():
@@ -369,15 +368,20 @@ class Engine:
         self.events.emit(
             "session_end", {"run_id": run_id, "status": result.status}, run_id=run_id
         )
-        status = result.status
+        status, ended_here = result.status, True
         try:
             if state is not None:
                 self._final_records(state, result)
-            status = self._store_terminal(run_id, result)
+            status, ended_here = self._store_terminal(run_id, result)
         except SQLAlchemyError as exc:
             # The events below still go out, so run_finished stays the last word.
             log.exception("run %s: final records not written", run_id)
             self.events.emit_error("engine finish", exc, run_id=run_id)
+        if not ended_here:
+            # Someone else (shutdown, the stale-run sweep) already ended the row and
+            # announced it; a second run_finished would contradict theirs.
+            log.info("run %s was already %s", run_id, status)
+            return status
         RUNS.labels(status=status).inc()
 
         if status == "failed":
@@ -430,15 +434,18 @@ class Engine:
                     self.db, self.events, state.run_id, success_type, artifact
                 )
 
-    def _store_terminal(self, run_id: str, result: RunResult) -> str:
-        """Set the terminal status unless someone else already ended the row."""
+    def _store_terminal(self, run_id: str, result: RunResult) -> tuple[str, bool]:
+        """Set the terminal status unless someone else already ended the row.
+
+        Returns the row's status and whether this call ended it.
+        """
         with self.db.transaction() as session:
-            changed = session.execute(
+            outcome = session.execute(
                 update(RunRow)
                 .where(RunRow.id == run_id, RunRow.status == "running")
                 .values(status=result.status, end_time=utcnow(), error=result.error)
-            ).rowcount
-            if changed:
-                return result.status
+            )
+            if changed_rows(outcome):
+                return result.status, True
             current = session.get(RunRow, run_id)
-            return current.status if current else result.status
+            return (current.status if current else result.status), current is None

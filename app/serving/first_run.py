@@ -62,9 +62,7 @@ def print_instructions(path: Path, environ: dict[str, str] | None = None) -> Non
         f'  curl -H "X-API-Key: {values.get("ORKET_API_KEY", "<key>")}" '
         f"http://{host}:{port}/v1/version"
     )
-    print(
-        "Gitea webhook (repository > Settings > Webhooks > Add webhook > Gitea):"
-    )
+    print("Gitea webhook (repository > Settings > Webhooks > Add webhook > Gitea):")
     print(f"  Target URL:   http://{hook_host}:{hook_port}/webhook/gitea")
     print("  HTTP method:  POST    Content type: application/json")
     print(f"  Secret:       the GITEA_WEBHOOK_SECRET value in {path}")
