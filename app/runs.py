@@ -36,7 +36,8 @@ from app.models.runtime import Session as RunRow
 
 log = logging.getLogger(__name__)
 
-BUILD_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Dots alone (`.`, `..`) would name the builds folder or its parent.
+BUILD_ID = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")
 ACTIVE = ("queued", "running")
 # Any constant works: every enqueue takes the same transaction-scoped lock.
 ENQUEUE_LOCK_KEY = 0x6F726B6574

@@ -74,7 +74,7 @@ class _ReaderThread(threading.Thread):
 
 
 class SocketQuery(BaseModel):
-    after: int | None = Field(default=None, ge=0)
+    after: int | None = Field(default=None, ge=0, le=2**63 - 1)
 
 
 def event_hub(services: Services) -> EventHub:

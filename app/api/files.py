@@ -85,6 +85,13 @@ def _refuses_writes(target: Target) -> bool:
     return bool(LOG_FILE.match(parts[-1]))
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long for the file system, and the like
+        raise ApiError(400, "Invalid path") from None
+
+
 def _root() -> Path:
     return current_services().settings.data_path
 
@@ -142,7 +149,7 @@ def explorer() -> Response:
 
     if not target.path.exists():
         return jsonify({"items": [], "path": query.path})
-    if not target.path.is_dir():
+    if not _is_dir(target.path):
         raise ApiError(400, "Not a directory")
     return jsonify({"items": list_directory(root, target), "path": query.path})
 
@@ -163,7 +170,10 @@ def read_file() -> Response:
     query = parse_query(schemas.ReadQuery)
     target = resolve_user_path(_root(), query.path)
 
-    if target.path.is_dir():
+    # Log files hold tracebacks and host paths for operators; no response may (SEC-6).
+    if target.relative.parts and LOG_FILE.match(target.relative.parts[-1]):
+        raise ApiError(403, "Access denied")
+    if _is_dir(target.path):
         raise ApiError(400, "Not a file")
     try:
         with open(target.path, "rb") as handle:
@@ -203,7 +213,7 @@ def save_file() -> Response:
 
     if _refuses_writes(target):
         raise ApiError(403, "Access denied")
-    if target.path.is_dir():
+    if _is_dir(target.path):
         raise ApiError(400, "Not a file")
     try:
         atomic_write(target.path, data, durable=True)
@@ -211,6 +221,8 @@ def save_file() -> Response:
         raise ApiError(403, "Access denied") from None
     except (NotADirectoryError, FileExistsError):  # a parent is a file
         raise ApiError(400, "Not a directory") from None
+    except OSError:  # a name too long for the file system, and the like
+        raise ApiError(400, "Invalid path") from None
 
     services.events.emit(
         "file_saved", {"path": target.relative.as_posix(), "bytes": len(data)}

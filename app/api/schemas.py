@@ -18,6 +18,11 @@ RunStatus = Literal["queued", "running", "done", "failed", "halted", "interrupte
 RunType = Literal["epic", "rock", "issue", "sandbox_deploy", "sandbox_stop"]
 
 
+# Database integer bounds: larger values are refused as invalid input, not 500s.
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
+
+
 class Input(BaseModel):
     """Request inputs: unknown fields are ignored (API-8 says so for run-active)."""
 
@@ -70,13 +75,13 @@ class ChatDriverBody(Input):
 
 class RunListQuery(Input):
     limit: int = Field(default=10, ge=1, le=100)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_INT32)
     status: RunStatus | None = None
     type: RunType | None = None
 
 
 class EventsQuery(Input):
-    after: int = Field(default=0, ge=0)
+    after: int = Field(default=0, ge=0, le=MAX_INT64)
     limit: int = Field(default=100, ge=1, le=1000)
     run_id: str | None = Field(default=None, max_length=32)
     card_id: str | None = Field(default=None, max_length=200)

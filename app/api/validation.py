@@ -31,7 +31,9 @@ def parse_body(model: type[ModelT]) -> ModelT:
         )
     try:
         payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        # Lone surrogates (`"\ud800"`) decode but cannot be stored or written.
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
         raise ApiError(
             422, [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
         ) from None

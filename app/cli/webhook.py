@@ -61,7 +61,7 @@ def outbox_list(status: str | None, limit: int) -> None:
 
 
 @outbox_group.command("show")
-@click.argument("row_id", type=int)
+@click.argument("row_id", type=click.IntRange(1, 2**31 - 1))
 def outbox_show(row_id: int) -> None:
     """One outbox row with its body and last error, as JSON."""
     row = get_row(current_services().webhook_db, row_id)
@@ -71,7 +71,7 @@ def outbox_show(row_id: int) -> None:
 
 
 @outbox_group.command("retry")
-@click.argument("row_id", type=int)
+@click.argument("row_id", type=click.IntRange(1, 2**31 - 1))
 def outbox_retry(row_id: int) -> None:
     """Put a failed or dead row back to pending with its attempts reset."""
     try:

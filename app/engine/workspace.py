@@ -22,7 +22,14 @@ class OutsideWorkspace(ValueError):
 
 
 def workspace_for(builds_root: Path, build_id: str) -> Path:
-    return builds_root / build_id
+    """`<builds>/<build id>`; refuses ids that would name a folder outside it."""
+    workspace = builds_root / build_id
+    if (
+        build_id in ("", ".", "..")
+        or workspace.resolve().parent != builds_root.resolve()
+    ):
+        raise OutsideWorkspace(f"Build id {build_id!r} does not name a build folder")
+    return workspace
 
 
 def resolve_inside(root: Path, relative: str) -> Path:

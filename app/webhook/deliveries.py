@@ -66,6 +66,10 @@ _COARSE_REVIEW_EVENTS = {
 }
 
 
+# PR numbers are 32-bit integer columns.
+MAX_PR_NUMBER = 2**31 - 1
+
+
 class MalformedPayload(ValueError):
     """The signed bytes are not JSON."""
 
@@ -88,7 +92,7 @@ class DeliveryPayload(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     action: str | None = None
-    number: int | None = Field(default=None, gt=0)
+    number: int | None = Field(default=None, gt=0, le=MAX_PR_NUMBER)
     pull_request: dict[str, Any] | None = None
     repository: dict[str, Any] | None = None
     review: dict[str, Any] | None = None
@@ -132,10 +136,14 @@ class NormalisedDelivery:
 def parse_payload(signed: bytes) -> Any:
     """The JSON value of the signed bytes (WH-1 step 4)."""
     try:
-        return json.loads(signed)
+        value = json.loads(signed)
+        # Lone surrogates (`"\ud800"`) decode but cannot be stored.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):
-        # ValueError covers bad JSON and bad UTF-8; RecursionError absurd nesting.
+        # ValueError covers bad JSON, bad UTF-8 and lone surrogates (UnicodeError);
+        # RecursionError absurd nesting.
         raise MalformedPayload("Invalid payload: malformed JSON") from None
+    return value
 
 
 def validate_delivery(headers: Mapping[str, str], data: Any) -> dict[str, Any]:
@@ -307,8 +315,9 @@ def _pr_number(payload: Mapping[str, Any]) -> int | None:
         _obj(payload.get("issue")).get("number"),
     )
     for value in candidates:
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            if 0 < value <= MAX_PR_NUMBER:
+                return value
     return None
 
 
