@@ -85,6 +85,13 @@ def _refuses_writes(target: Target) -> bool:
     return bool(LOG_FILE.match(parts[-1]))
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system, and the like
+        raise ApiError(400, "Invalid path") from None
+
+
 def _is_dir(path: Path) -> bool:
     try:
         return path.is_dir()
@@ -147,7 +154,7 @@ def explorer() -> Response:
     root = _root()
     target = resolve_user_path(root, query.path)
 
-    if not target.path.exists():
+    if not _exists(target.path):
         return jsonify({"items": [], "path": query.path})
     if not _is_dir(target.path):
         raise ApiError(400, "Not a directory")
