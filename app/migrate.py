@@ -68,11 +68,19 @@ def _migration_engine(url: str):  # type: ignore[no-untyped-def]
     return create_engine(url, poolclass=NullPool)
 
 
+def _missing_sqlite_file(url: str) -> bool:
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return False
+    return not Path(url.removeprefix("sqlite:///")).exists()
+
+
 def head_revision(environment: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(environment)).get_current_head()
 
 
 def current_revision(url: str) -> str | None:
+    if _missing_sqlite_file(url):
+        return None  # never create a database just to look at it
     engine = _migration_engine(url)
     try:
         with engine.connect() as connection:

@@ -81,3 +81,16 @@ def test_migrate_on_unversioned_tables_is_a_clear_failure(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "unversioned tables" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_migrate_check_creates_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "nowhere" / "rt.db"
+
+    result = _flask(
+        ["migrate", "--check", "--runtime-db", str(target)],
+        tmp_path,
+        {"ORKET_DATA_DIR": str(tmp_path / "ws")},
+    )
+
+    assert result.returncode == 1
+    assert not target.exists() and not target.parent.exists()

@@ -46,3 +46,20 @@ def test_variables_from_the_environment_are_not_written(tmp_path: Path) -> None:
 
     assert added == ["GITEA_WEBHOOK_SECRET"]
     assert "ORKET_API_KEY" not in dotenv_values(path)
+
+
+def test_key_is_printed_only_on_the_run_that_generated_it(
+    tmp_path: Path, capsys
+) -> None:
+    from app.serving.first_run import print_instructions
+
+    path = tmp_path / ".env"
+    path.write_text("ORKET_API_KEY=generated-key-123\n")
+
+    print_instructions(path, environ={}, show_key=True)
+    first = capsys.readouterr().out
+    print_instructions(path, environ={})
+    later = capsys.readouterr().out
+
+    assert "generated-key-123" in first
+    assert "generated-key-123" not in later

@@ -476,3 +476,14 @@ def test_the_demo_epic_triggered_over_the_api_is_watched_to_run_finished(api) ->
     assert "tool_call" in names and "verification_completed" in names
     assert seen[-1]["data"]["status"] == "done"
     assert seen[-1]["data"]["cards"] == {"done": 2}
+
+
+def test_sigint_stops_the_server_quickly_with_a_socket_open(api) -> None:
+    ws = connect(api)
+    receive(ws)
+    started = time.monotonic()
+
+    api.proc.send_signal(signal.SIGINT)
+    api.proc.wait(timeout=20)
+
+    assert time.monotonic() - started < 10

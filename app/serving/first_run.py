@@ -50,7 +50,10 @@ def ensure_env_file(path: Path, environ: dict[str, str] | None = None) -> list[s
     return missing
 
 
-def print_instructions(path: Path, environ: dict[str, str] | None = None) -> None:
+def print_instructions(
+    path: Path, environ: dict[str, str] | None = None, *, show_key: bool = False
+) -> None:
+    """How to call the API and hook up Gitea; the key itself only when just made."""
     environ = dict(os.environ) if environ is None else environ
     values = {**dotenv_values(path), **environ} if path.exists() else dict(environ)
     host = values.get("ORKET_HOST") or "127.0.0.1"
@@ -58,10 +61,10 @@ def print_instructions(path: Path, environ: dict[str, str] | None = None) -> Non
     hook_host = values.get("ORKET_WEBHOOK_HOST") or "127.0.0.1"
     hook_port = values.get("ORKET_WEBHOOK_PORT") or "8080"
     print("Orket is starting. Try the API with:")
-    print(
-        f'  curl -H "X-API-Key: {values.get("ORKET_API_KEY", "<key>")}" '
-        f"http://{host}:{port}/v1/version"
-    )
+    key = values.get("ORKET_API_KEY", "<key>") if show_key else "$ORKET_API_KEY"
+    print(f'  curl -H "X-API-Key: {key}" http://{host}:{port}/v1/version')
+    if not show_key:
+        print(f"  (the key is ORKET_API_KEY in {path} or your environment)")
     print("Gitea webhook (repository > Settings > Webhooks > Add webhook > Gitea):")
     print(f"  Target URL:   http://{hook_host}:{hook_port}/webhook/gitea")
     print("  HTTP method:  POST    Content type: application/json")
@@ -99,7 +102,7 @@ def main(argv: list[str]) -> int:
         added = ensure_env_file(env_path)
         if added:
             print(f"Wrote {', '.join(added)} to {env_path} (mode 0600).")
-        print_instructions(env_path)
+        print_instructions(env_path, show_key="ORKET_API_KEY" in added)
         return 0
     if argv[:1] == ["serve"]:
         return serve_both()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -28,10 +30,20 @@ def install_worker_hooks(namespace: dict[str, Any]) -> None:
 
         signal.signal(signal.SIGTERM, on_sigterm)
 
+    def worker_int(worker: Any) -> None:
+        # SIGINT/SIGQUIT mean a quick stop: close sockets, stop workers, then leave at
+        # once, so no thread blocked in a request can hold the process open.
+        app = getattr(worker, "wsgi", None)
+        if app is not None and hasattr(app, "extensions"):
+            stop_serving(app)
+        logging.shutdown()
+        os._exit(0)
+
     def worker_exit(server: Any, worker: Any) -> None:
         app = getattr(worker, "wsgi", None)
         if app is not None and hasattr(app, "extensions"):
             stop_serving(app)
 
     namespace["post_worker_init"] = post_worker_init
+    namespace["worker_int"] = worker_int
     namespace["worker_exit"] = worker_exit
