@@ -9,9 +9,7 @@ Flask; errors carry the exact API message in `.detail` and the HTTP status in
 from __future__ import annotations
 
 import logging
-import os
 import re
-import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -396,10 +394,6 @@ def _unused_run_id(session: Session) -> str:
         run_id = new_run_id()
         if session.get(RunRow, run_id) is None:
             return run_id
-
-
-def cli_worker_id() -> str:
-    return f"cli:{socket.gethostname()}:{os.getpid()}"
 
 
 def request_halt(runtime_db: Database, run_id: str) -> None:

@@ -23,13 +23,12 @@ from app.engine.cards import CardRepository
 from app.engine.runner import Engine
 from app.engine.seeding import verification_document
 from app.engine.verify import run_fixture, verify_card, workspace_of
-from app.jobs import Heartbeat
+from app.jobs import Heartbeat, worker_id
 from app.migrate import MigrationError, require_head
 from app.models.runtime import Issue
 from app.models.runtime import Session as RunRow
 from app.runs import (
     RunRequestError,
-    cli_worker_id,
     enqueue_run,
     request_halt,
     run_cards_query,
@@ -155,7 +154,7 @@ def _enqueue(services: Services, **request: Any) -> dict[str, Any]:
 
 def _run_in_process(services: Services, **request: Any) -> tuple[str, list[Issue]]:
     """Insert the run as this CLI's, run it with progress lines, print the cards."""
-    answer = _enqueue(services, as_running_worker=cli_worker_id(), **request)
+    answer = _enqueue(services, as_running_worker=worker_id("cli"), **request)
     run_id = answer["session_id"]
     services.events.add_listener(
         lambda record: _print_event(record) if record["run_id"] == run_id else None
