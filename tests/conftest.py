@@ -218,6 +218,25 @@ def webhook_client(webhook_app: Any) -> Any:
     return webhook_app.test_client()
 
 
+@pytest.fixture
+def make_webhook_app(settings_factory: Callable[..., Settings]) -> Iterator[Any]:
+    """Build webhook apps with settings overrides (bot login `orket-bot` by default,
+    as in the Gitea fixtures); all stopped at the end."""
+    from app import create_webhook_app
+
+    apps: list[Any] = []
+
+    def build(**overrides: Any) -> Any:
+        values = {"gitea_bot_login_raw": "orket-bot", **overrides}
+        flask_app = create_webhook_app(settings_factory(**values))
+        apps.append(flask_app)
+        return flask_app
+
+    yield build
+    for flask_app in apps:
+        flask_app.extensions["orket"].stop()
+
+
 # Real servers ------------------------------------------------------------------
 
 

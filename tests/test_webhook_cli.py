@@ -5,14 +5,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from app import create_webhook_app
 from app.models.base import load_json, utcnow
 from app.models.webhook import BugFixPhase, GiteaOutbox
 from app.webhook.bugfix import start_phase
 from app.webhook.outbox import PullRef, add_rows, comment_row, merge_row
 from tests.conftest import WEBHOOK_SECRET
 from tests.webhook_support import (
-    BOT,
     PR_KEY,
     TOKEN,
     cycle,
@@ -28,18 +26,8 @@ PR = PullRef("acme", "widgets", 7)
 
 
 @pytest.fixture
-def make_app(settings_factory):
-    apps = []
-
-    def build(**overrides):
-        values = {"gitea_bot_login_raw": BOT, **overrides}
-        app = create_webhook_app(settings_factory(**values))
-        apps.append(app)
-        return app
-
-    yield build
-    for app in apps:
-        app.extensions["orket"].stop()
+def make_app(make_webhook_app):
+    return make_webhook_app
 
 
 @pytest.fixture

@@ -11,13 +11,11 @@ from urllib.parse import quote_plus
 import pytest
 from sqlalchemy import select
 
-from app import create_webhook_app
 from app.models.webhook import ReviewFailure
 from app.webhook.outbox import OutboxWorker
 from app.webhook.policy import ReviewPolicy
 from tests.conftest import API_KEY, WEBHOOK_SECRET
 from tests.webhook_support import (
-    BOT,
     DELIVERY_NAMES,
     PR_KEY,
     SECOND_HEAD,
@@ -42,18 +40,8 @@ VECTOR_SIGNATURE = "dc16a37330593bd66f4b58b0a1d28aecac076a50871d5e94bc3de9570edc
 
 
 @pytest.fixture
-def make_app(settings_factory):
-    apps = []
-
-    def build(**overrides):
-        values = {"gitea_bot_login_raw": BOT, **overrides}
-        app = create_webhook_app(settings_factory(**values))
-        apps.append(app)
-        return app
-
-    yield build
-    for app in apps:
-        app.extensions["orket"].stop()
+def make_app(make_webhook_app):
+    return make_webhook_app
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from app import create_webhook_app
 from app.models.base import dump_json, load_json, utcnow
 from app.models.runtime import CardTransaction, Comment, Issue
 from app.models.runtime import Session as RunRow
@@ -31,18 +30,8 @@ from tests.webhook_support import (
 
 
 @pytest.fixture
-def make_app(settings_factory):
-    apps = []
-
-    def build(**overrides):
-        values = {"gitea_bot_login_raw": BOT, **overrides}
-        app = create_webhook_app(settings_factory(**values))
-        apps.append(app)
-        return app
-
-    yield build
-    for app in apps:
-        app.extensions["orket"].stop()
+def make_app(make_webhook_app):
+    return make_webhook_app
 
 
 @pytest.fixture
