@@ -236,6 +236,19 @@ class ReviewPolicy:
     def _is_bot(self, found: NormalisedDelivery) -> bool:
         return found.sender is not None and found.sender.casefold() == self.bot_login
 
+    def _review_not_counted(
+        self, found: NormalisedDelivery, cycle: PrReviewCycle, kind: str
+    ) -> _Decision | None:
+        """Reviews by the bot, or on a closed cycle, change nothing (WH-7)."""
+        number, action = cycle.pr_number, f"{kind}_ignored"
+        if self._is_bot(found):
+            return _ignored(f"PR #{number} {kind} by the bot ignored", action)
+        if cycle.status in CLOSED_CYCLE:
+            return _ignored(
+                f"PR #{number} {kind} ignored: cycle is {cycle.status}", action
+            )
+        return None
+
     def _on_rejection(
         self,
         session: Session,
@@ -244,15 +257,9 @@ class ReviewPolicy:
         delivery_id: str,
     ) -> _Decision:
         number = cycle.pr_number
-        if self._is_bot(found):
-            return _ignored(
-                f"PR #{number} rejection by the bot ignored", "rejection_ignored"
-            )
-        if cycle.status in CLOSED_CYCLE:
-            return _ignored(
-                f"PR #{number} rejection ignored: cycle is {cycle.status}",
-                "rejection_ignored",
-            )
+        skipped = self._review_not_counted(found, cycle, "rejection")
+        if skipped is not None:
+            return skipped
 
         count = cycle.cycle_count + 1
         cycle.cycle_count = count
@@ -358,15 +365,9 @@ class ReviewPolicy:
         delivery_id: str,
     ) -> _Decision:
         number = cycle.pr_number
-        if self._is_bot(found):
-            return _ignored(
-                f"PR #{number} approval by the bot ignored", "approval_ignored"
-            )
-        if cycle.status in CLOSED_CYCLE:
-            return _ignored(
-                f"PR #{number} approval ignored: cycle is {cycle.status}",
-                "approval_ignored",
-            )
+        skipped = self._review_not_counted(found, cycle, "approval")
+        if skipped is not None:
+            return skipped
         row = merge_row(
             _pull(found), found.head_sha, f"{delivery_id}:merge", delivery_id
         )
